@@ -14,6 +14,7 @@ passwords, the SOAP login being retired, so the token requests are made here.
 
 from __future__ import annotations
 
+import http.cookiejar
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,9 @@ class CrmSession(requests.Session):
 
     def __init__(self, timeouts: tuple[float, float], ca_bundle: Path | None) -> None:
         super().__init__()
+        # Bearer tokens only: Salesforce's cookies (BrowserId and the like) are
+        # of no use to an API client, and keeping them costs time per request.
+        self.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._timeouts = timeouts
         self._ca_bundle = str(ca_bundle) if ca_bundle else None
 

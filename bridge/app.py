@@ -140,23 +140,28 @@ async def post_activity(request: Request) -> Response:
     now, max_age = time.time(), settings.outbox.max_age.total_seconds()
     lease = runtime.delivery.timing.lease
     claim = await runtime.journal.run(
-        lambda store: store.claim(activity, now, max_age, lease)
+        lambda store: store.claim(activity, now, max_age, lease, sending=True)
     )
     entry = claim.entry
     if entry.state == "delivered":
         return JSONResponse({**entry.answer, "id": entry.crm_id}, status_code=200)
-    stored = entry.activity or activity
-    cycle = runtime.delivery.start(stored, entry.in_doubt, entry.attempts)
+    if claim.created:
+        cycle = runtime.delivery.start(activity, marked=True)
+    else:
+        stored = entry.activity or activity
+        cycle = runtime.delivery.start(stored, entry.in_doubt, entry.attempts)
     if settings.crm.when_unavailable == "accept":
         return JSONResponse({**entry.answer, "id": bridge_id(entry.key_hash)}, 202)
     if cycle is None:
         return _unavailable("The bridge is busy; the activity is kept.")
 
     remaining = settings.crm.deadline_seconds - (time.monotonic() - started)
-    try:
-        crm_id = await asyncio.wait_for(asyncio.shield(cycle), max(remaining, 0.001))
-    except TimeoutError:
+    # wait() leaves the cycle running past the deadline: it goes on delivering.
+    await asyncio.wait({cycle}, timeout=max(remaining, 0.001))
+    if not cycle.done() or cycle.cancelled():
         return _unavailable("The CRM did not confirm in time; the activity is kept.")
+    try:
+        crm_id = cycle.result()
     except CrmRejected as error:
         return _rejected(error)
     except CrmError as error:

@@ -30,10 +30,9 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_before_delay,
-    wait_exponential_jitter,
 )
 
-from adapters.base import Adapter
+from adapters.base import Adapter, Sent
 from bridge.errors import CrmError, CrmInDoubt, CrmRejected, CrmUnavailable
 from bridge.journal import Journal, Store
 from bridge.models import Activity
@@ -48,6 +47,8 @@ class _Item:
     activity: Activity
     in_doubt: bool
     future: asyncio.Future[str]
+    #: The journal already marks this call as leaving (set when it was claimed).
+    marked: bool = False
 
 
 @dataclass
@@ -67,6 +68,7 @@ class _Cycle:
     activity: Activity
     in_doubt: bool
     attempts: int
+    marked: bool = False
     started: float = field(default_factory=time.monotonic)
     tries: int = 0
 
@@ -82,9 +84,11 @@ class Lane:
         self._sends: set[asyncio.Task[None]] = set()
         self._task = asyncio.create_task(self._run(), name=f"lane-{name}")
 
-    def submit(self, activity: Activity, in_doubt: bool) -> asyncio.Future[str]:
+    def submit(
+        self, activity: Activity, in_doubt: bool, marked: bool = False
+    ) -> asyncio.Future[str]:
         future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(activity, in_doubt, future))
+        self._queue.append(_Item(activity, in_doubt, future, marked))
         self._ready.set()
         return future
 
@@ -126,15 +130,16 @@ class Lane:
                 item.future.cancel()
             raise
         except Exception as error:
-            # Only the journal fails this way; the call never left.
-            log.error("%s: journal write failed (%s)", self.name, type(error).__name__)
-            unrecorded = CrmUnavailable(
-                "The journal could not be written.",
+            # The journal failed (adapter errors come back as results): the
+            # call may not even have left. Each cycle retries its own item.
+            log.error("%s: delivery failed (%s)", self.name, type(error).__name__)
+            failed = CrmUnavailable(
+                "The delivery could not be recorded.",
                 backend=delivery.adapter.name,
                 operation="journal",
                 code=type(error).__name__,
             )
-            results = [unrecorded] * len(batch)
+            results = [failed] * len(batch)
         finally:
             delivery.throttle.release()
         _settle(batch, results)
@@ -170,16 +175,24 @@ class Delivery:
         return key in self._cycles
 
     def start(
-        self, activity: Activity, in_doubt: bool = False, attempts: int = 0
+        self,
+        activity: Activity,
+        in_doubt: bool = False,
+        attempts: int = 0,
+        marked: bool = False,
     ) -> asyncio.Task[str] | None:
         """The cycle delivering ``activity``: the running one, a new one, or None
-        when too many are in memory (the journal keeps the activity meanwhile)."""
+        when too many are in memory (the journal keeps the activity meanwhile).
+
+        ``marked``: the journal row was claimed as ``sending``, which stands for
+        the first call's mark.
+        """
         running = self._cycles.get(activity.key)
         if running is not None:
             return running
         if not self.free:
             return None
-        cycle = _Cycle(activity, in_doubt, attempts)
+        cycle = _Cycle(activity, in_doubt, attempts, marked)
         task = asyncio.create_task(self._cycle(cycle))
         self._cycles[activity.key] = task
         task.add_done_callback(lambda done: self._forget(activity.key, done))
@@ -203,56 +216,71 @@ class Delivery:
         if self.adapter.can_find and any(item.in_doubt for item in batch):
             doubtful = [item.activity for item in batch if item.in_doubt]
             results.update(await self._find(lane, doubtful))
-        outgoing = [i.activity for i in batch if i.activity.key_hash not in results]
+        outgoing = [i for i in batch if i.activity.key_hash not in results]
         if outgoing:
-            await self._mark_sending(outgoing)
-            sent = await self._call(lane, outgoing)
-            results.update(zip((a.key_hash for a in outgoing), sent, strict=True))
-
-        delivered = [
-            (item.activity.key, result)
-            for item in batch
-            if isinstance(result := results[item.activity.key_hash], str)
-        ]
-        in_doubt = [
-            item.activity.key
-            for item in batch
-            if isinstance(results[item.activity.key_hash], CrmInDoubt)
-        ]
-        if delivered or in_doubt:
-            now = time.time()
-            await self.journal.run(lambda store: store.record(delivered, in_doubt, now))
+            sent, failure = await self._in_thread(self._send_recorded, lane, outgoing)
+            if failure is not None:
+                self.throttle.penalize(failure)
+            else:
+                self.throttle.observe(sent.limits)
+            hashes = (item.activity.key_hash for item in outgoing)
+            results.update(zip(hashes, sent.results, strict=True))
         return [results[item.activity.key_hash] for item in batch]
 
-    async def _mark_sending(self, activities: Sequence[Activity]) -> None:
-        keys = [activity.key for activity in activities]
-        resends = not self.adapter.idempotent
-        lease, now = self.timing.lease, time.time()
-        await self.journal.run(
-            lambda store: store.mark_sending(keys, now, lease, resends)
-        )
+    def _send_recorded(
+        self, lane: str, items: Sequence[_Item]
+    ) -> tuple[Sent, CrmError | None]:
+        """On a worker thread: record the call leaving, make it, record the ids.
 
-    async def _call(
-        self, lane: str, activities: Sequence[Activity]
-    ) -> list[str | CrmError]:
+        The journal writes happen on the journal thread; this thread waits for
+        their commit, so nothing leaves before it is recorded as leaving.
+        """
+        activities = [item.activity for item in items]
+        keys = [item.activity.key for item in items if not item.marked]
+        resends, lease = not self.adapter.idempotent, self.timing.lease
+        now = time.time()
+        if keys:
+            self.journal.call(
+                lambda store: store.mark_sending(keys, now, lease, resends)
+            )
+
+        failure: CrmError | None = None
         try:
-            sent = await self._in_thread(self.adapter.send, lane, activities)
+            sent = self.adapter.send(lane, activities)
         except CrmError as error:
-            self.throttle.penalize(error)
-            return [error] * len(activities)
+            failure = error
+            sent = Sent([error] * len(activities), error.limits)
         except Exception as error:
             # Adapters translate every vendor error; this is a defect, and the
             # request may have left.
             log.error("%s: unexpected %s from the adapter", lane, type(error).__name__)
-            lost = CrmInDoubt(
+            failure = CrmInDoubt(
                 "The adapter failed unexpectedly.",
                 backend=self.adapter.name,
                 operation="send",
                 code=type(error).__name__,
             )
-            return [lost] * len(activities)
-        self.throttle.observe(sent.limits)
-        return sent.results
+            sent = Sent([failure] * len(activities))
+
+        self._record(activities, sent.results)
+        return sent, failure
+
+    def _record(
+        self, activities: Sequence[Activity], results: Sequence[str | CrmError]
+    ) -> None:
+        delivered = [
+            (activity.key, result)
+            for activity, result in zip(activities, results, strict=True)
+            if isinstance(result, str)
+        ]
+        in_doubt = [
+            activity.key
+            for activity, result in zip(activities, results, strict=True)
+            if isinstance(result, CrmInDoubt)
+        ]
+        if delivered or in_doubt:
+            now = time.time()
+            self.journal.call(lambda store: store.record(delivered, in_doubt, now))
 
     async def _find(
         self, lane: str, activities: Sequence[Activity]
@@ -271,8 +299,21 @@ class Delivery:
         return dict(found)
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function`` on the CRM thread pool; its outcome comes back by
+        ``call_soon_threadsafe``, cheaper than run_in_executor's future chain."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, function, *args)
+        future: asyncio.Future[T] = loop.create_future()
+
+        def work() -> None:
+            try:
+                result = function(*args)
+            except BaseException as error:  # handed to the awaiting coroutine
+                loop.call_soon_threadsafe(_fail, future, error)
+            else:
+                loop.call_soon_threadsafe(_succeed, future, result)
+
+        self._executor.submit(work)
+        return await future
 
     def _lane(self, activity: Activity) -> Lane:
         name = self.adapter.lane(activity)
@@ -302,10 +343,22 @@ class Delivery:
         return crm_id
 
     async def _retrying(self, cycle: _Cycle) -> str:
+        """The first attempt goes straight out; passing trouble hands the rest of
+        the cycle to tenacity, within what is left of the deadline."""
+        try:
+            return await self._attempt(cycle)
+        except CrmUnavailable as error:
+            pause = self._pause(error, 1)
+            left = self.timing.deadline - (time.monotonic() - cycle.started)
+            if pause >= left:
+                raise
+            log.warning("retrying in %.2fs after %s", pause, error.reason)
+        await asyncio.sleep(pause)
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(CrmUnavailable),
-            stop=stop_before_delay(self.timing.deadline),
-            wait=self._wait,
+            stop=stop_before_delay(left - pause),
+            wait=lambda state: self._pause(_error_of(state), state.attempt_number + 1),
             before_sleep=_log_retry,
             reraise=True,
         )
@@ -316,16 +369,18 @@ class Delivery:
 
     async def _attempt(self, cycle: _Cycle) -> str:
         cycle.tries += 1
+        marked, cycle.marked = cycle.marked, False
         lane = self._lane(cycle.activity)
         try:
-            return await lane.submit(cycle.activity, cycle.in_doubt)
+            return await lane.submit(cycle.activity, cycle.in_doubt, marked)
         except CrmInDoubt:
             cycle.in_doubt = True
             raise
 
-    def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        wait = _BACKOFF(state)
+    def _pause(self, error: BaseException | None, attempt: int) -> float:
+        """Exponential backoff with jitter, at least what the CRM asked for."""
+        wait: float = min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (attempt - 1))
+        wait += random.uniform(0, BACKOFF_JITTER)  # noqa: S311
         if isinstance(error, CrmError) and error.retry_after:
             wait = max(wait, error.retry_after)
         if isinstance(error, CrmInDoubt) and self.adapter.can_find:
@@ -374,7 +429,24 @@ class Delivery:
             task.exception()
 
 
-_BACKOFF = wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5)
+#: Retries inside a cycle: 0.2 s, doubling, at most 5 s, plus up to 0.5 s.
+BACKOFF_FIRST = 0.2
+BACKOFF_MAX = 5.0
+BACKOFF_JITTER = 0.5
+
+
+def _error_of(state: RetryCallState) -> BaseException | None:
+    return state.outcome.exception() if state.outcome else None
+
+
+def _succeed(future: asyncio.Future[T], result: T) -> None:
+    if not future.cancelled():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.cancelled():
+        future.set_exception(error)
 
 
 def _settle(batch: Sequence[_Item], results: Sequence[str | BaseException]) -> None:

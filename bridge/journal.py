@@ -23,7 +23,6 @@ thread, which runs every operation waiting at that moment inside one transaction
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -58,11 +57,12 @@ CREATE TABLE IF NOT EXISTS activities (
     expires_at REAL NOT NULL,
     next_attempt_at REAL NOT NULL,
     updated_at REAL NOT NULL
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS activities_due
     ON activities (next_attempt_at) WHERE state IN ('pending', 'sending');
+CREATE INDEX IF NOT EXISTS activities_finished
+    ON activities (updated_at) WHERE state IN ('delivered', 'dead');
 CREATE INDEX IF NOT EXISTS activities_hash ON activities (key_hash);
-CREATE INDEX IF NOT EXISTS activities_updated ON activities (state, updated_at);
 """
 
 
@@ -184,33 +184,45 @@ class Store:
         return [Entry.from_row(row) for row in rows]
 
     def claim(
-        self, activity: Activity, now: float, max_age: float, lease: float
+        self,
+        activity: Activity,
+        now: float,
+        max_age: float,
+        lease: float,
+        sending: bool = False,
     ) -> Claim:
         """Record a new activity, or find the row its key already has.
 
-        A dead row is revived: Enginy sending a key again is a request to try it
-        once more.
+        With ``sending``, a new row starts as ``sending``: its first call is
+        about to leave, and this write stands for that call's own mark (a crash
+        before the call then only makes it needlessly in doubt). A dead row is
+        revived: Enginy sending a key again is a request to try it once more.
         """
-        answer = json.dumps(activity.answer(""), separators=(",", ":"))
+        answer = activity.answer("")
+        row = {
+            "key": activity.key,
+            "key_hash": activity.key_hash,
+            "state": "sending" if sending else "pending",
+            "attempts": int(sending),
+            "payload": activity.to_json(),
+            "answer": json.dumps(answer, separators=(",", ":")),
+            "received_at": now,
+            "expires_at": now + max_age,
+            "next_attempt_at": now + lease,
+        }
         inserted = self._db.execute(
-            "INSERT OR IGNORE INTO activities (key, key_hash, state, payload, answer, "
-            "received_at, expires_at, next_attempt_at, updated_at) "
-            "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-            (
-                activity.key,
-                activity.key_hash,
-                activity.to_json(),
-                answer,
-                now,
-                now + max_age,
-                now + lease,
-                now,
-            ),
+            "INSERT OR IGNORE INTO activities (key, key_hash, state, attempts, "
+            "payload, answer, received_at, expires_at, next_attempt_at, updated_at) "
+            "VALUES (:key, :key_hash, :state, :attempts, :payload, :answer, "
+            ":received_at, :expires_at, :next_attempt_at, :received_at)",
+            row,
         ).rowcount
+        if inserted:
+            return Claim(_new_entry(activity, answer, row), created=True)
         entry = self.get(activity.key)
         assert entry is not None
-        if inserted or entry.state != "dead":
-            return Claim(entry, created=bool(inserted))
+        if entry.state != "dead":
+            return Claim(entry, created=False)
 
         self._db.execute(
             "UPDATE activities SET state = 'pending', expires_at = ?, "
@@ -361,6 +373,27 @@ class Store:
         return [Entry.from_row(row) for row in rows]
 
 
+def _new_entry(
+    activity: Activity, answer: dict[str, Any], row: dict[str, Any]
+) -> Entry:
+    return Entry(
+        key=activity.key,
+        key_hash=activity.key_hash,
+        state=row["state"],
+        activity=activity,
+        answer=answer,
+        crm_id=None,
+        attempts=row["attempts"],
+        in_doubt=False,
+        in_doubt_resends=0,
+        reason=None,
+        received_at=row["received_at"],
+        expires_at=row["expires_at"],
+        next_attempt_at=row["next_attempt_at"],
+        updated_at=row["received_at"],
+    )
+
+
 def _lock(path: Path) -> IO[bytes]:
     lock_file = path.with_name(path.name + ".lock").open("wb")
     try:
@@ -371,24 +404,52 @@ def _lock(path: Path) -> IO[bytes]:
     return lock_file
 
 
-_Job = tuple[Callable[[Store], Any], "concurrent.futures.Future[Any]"]
+@dataclass
+class _Job:
+    """An operation, its outcome, and how to hand the outcome to its caller."""
+
+    operation: Callable[[Store], Any]
+    hand_over: Callable[[_Job], None]
+    value: Any = None
+    error: Exception | None = None
 
 
 class Journal:
-    """Runs ``Store`` operations on one thread, committing concurrent ones together."""
+    """Runs ``Store`` operations on one thread, committing concurrent ones together.
+
+    ``run`` is for coroutines on the event loop; ``call`` for the worker threads
+    that make CRM calls, so that a write, the call and the next write follow each
+    other on one thread.
+    """
 
     def __init__(self, store: Store, max_group: int = 512) -> None:
         self.store = store
         self._max_group = max_group
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # One connection, used by the journal thread and by CRM worker threads.
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="journal", daemon=True)
         self._thread.start()
 
     async def run(self, operation: Callable[[Store], T]) -> T:
         """Run ``operation`` in the next group commit and return its result."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((operation, future))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def hand_over(job: _Job) -> None:
+            # A closed loop has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, job.value, job.error)
+
+        self._jobs.put(_Job(operation, hand_over))
+        return await future
+
+    def call(self, operation: Callable[[Store], T]) -> T:
+        """``run`` for a thread other than the event loop's: commits ``operation``
+        on the calling thread, so that a CRM call and the writes around it need
+        no hand-over to another thread."""
+        with self._lock, self.store.transaction():
+            return operation(self.store)
 
     def close(self) -> None:
         self._jobs.put(None)
@@ -413,24 +474,27 @@ class Journal:
             self._commit(group)
 
     def _commit(self, group: list[_Job]) -> None:
-        outcomes: list[tuple[concurrent.futures.Future[Any], Any, Exception | None]]
-        outcomes = []
         try:
-            with self.store.transaction():
-                for operation, future in group:
+            with self._lock, self.store.transaction():
+                for job in group:
                     try:
                         with self.store.savepoint():
-                            outcomes.append((future, operation(self.store), None))
+                            job.value = job.operation(self.store)
                     except Exception as failure:
-                        outcomes.append((future, None, failure))
+                        job.error = failure
         except Exception as commit_failure:
             # Nothing of the group is on disk: every caller learns it.
-            outcomes = [(future, None, commit_failure) for _, future in group]
-        for future, value, raised in outcomes:
-            # A caller that stopped waiting still had its operation committed.
-            if future.cancelled():
-                continue
-            if raised is None:
-                future.set_result(value)
-            else:
-                future.set_exception(raised)
+            for job in group:
+                job.error = commit_failure
+        for job in group:
+            job.hand_over(job)
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: Exception | None) -> None:
+    # A caller that stopped waiting still had its operation committed.
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(value)
+    else:
+        future.set_exception(error)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -191,8 +191,18 @@ class Activity:
         return self.key_hash[:12]
 
     def to_json(self) -> str:
-        data: dict[str, Any] = asdict(self)
-        data["occurred_at"] = self.occurred_at.isoformat()
+        data = {
+            "key": self.key,
+            "key_hash": self.key_hash,
+            "type": self.type.value,
+            "direction": self.direction.value if self.direction else None,
+            "subject": self.subject,
+            "body": self.body,
+            "owner_id": self.owner_id,
+            "occurred_at": self.occurred_at.isoformat(),
+            "contact_id": self.contact_id,
+            "company_id": self.company_id,
+        }
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod

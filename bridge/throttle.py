@@ -71,9 +71,14 @@ class Throttle:
         """Read rate-limit facts off an answer."""
 
     def penalize(self, error: CrmError) -> None:
-        """A rate limit or a quota answered: hold everything as long as it said."""
-        if isinstance(error, CrmThrottled | CrmQuotaExhausted):
-            self.hold(error.retry_after or 1.0, error.code or "rate limit")
+        """A rate limit or a quota said how long to wait: hold everything as long.
+
+        A limit that names no wait (Salesforce's concurrent-request limit) only
+        sends the failed activities back to their own backoff.
+        """
+        limited = isinstance(error, CrmThrottled | CrmQuotaExhausted)
+        if limited and error.retry_after:
+            self.hold(error.retry_after, error.code or "rate limit")
         self.observe(error.limits)
 
     async def _wait_hold(self) -> None:

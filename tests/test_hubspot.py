@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -308,3 +309,27 @@ def test_expired_token_is_kept_as_pending_not_rejected(
         "pending",
         "hubspot create 401 INVALID_AUTHENTICATION",
     )
+
+
+def test_activity_older_than_max_age_becomes_a_dead_letter_until_resent(
+    bridge: HubSpotBridge, hubspot: tuple[FakeHubSpot, Faults, str]
+) -> None:
+    fake, faults, _ = hubspot
+    client, settings = bridge(
+        crm={"deadline_seconds": 0.2}, outbox={"max_age": 0.5, "backoff_max_seconds": 1}
+    )
+    faults.rates["error"] = 1.0
+
+    refused = client.post("/activities", json=example_activity(**IDS))
+    wait_for(lambda: journal_entry(settings, EXAMPLE_KEY).state == "dead")
+    dead = journal_entry(settings, EXAMPLE_KEY)
+    faults.clear()
+    resent = client.post("/activities", json=example_activity(**IDS))
+
+    assert refused.status_code == 503
+    assert re.fullmatch(
+        r"expired after \d+ attempts; last: hubspot create 50\d INTERNAL_ERROR",
+        dead.reason or "",
+    )
+    assert resent.status_code == 201
+    assert len(fake.created("communications")) == 1

@@ -117,6 +117,8 @@ class FakeHubSpot:
     ) -> None:
         self.tokens = {DEFAULT_TOKEN} if tokens is None else set(tokens)
         self.search_delay = search_delay
+        self.throttle_retry_after: int | None = None
+        self.rate_limited = 0
         self.custom_properties = set(custom_properties or ())
         self.contacts = {"101", "102", "103"}
         self.companies = {"201", "202"}
@@ -173,9 +175,14 @@ class FakeHubSpot:
             return Reply(reply.status, reply.body, headers)
 
     def throttled(self) -> Reply:
-        """The ten-secondly 429, with the headers of an exhausted window."""
+        """The ten-secondly 429, with the headers of an exhausted window, and a
+        ``Retry-After`` when ``throttle_retry_after`` is set (HubSpot sends one
+        only sometimes)."""
         with self._lock:
-            return self._limits.exhausted()
+            reply = self._limits.exhausted()
+        if self.throttle_retry_after is not None:
+            reply.headers["Retry-After"] = str(self.throttle_retry_after)
+        return reply
 
     def server_error(self) -> Reply:
         """A 500, 502, 503 or 504 in turn, with HubSpot's JSON error body."""
@@ -195,6 +202,7 @@ class FakeHubSpot:
         action = route["action"] if route else None
         limited = self._limits.charge(search=action == "/search")
         if limited is not None:
+            self.rate_limited += 1
             return limited
         if route is None:
             message = f"No endpoint for {request.method} {request.path}."

@@ -1,0 +1,339 @@
+"""Benchmark: the bridge's own overhead, and throughput at the CRMs' rate limits.
+
+Everything runs on this machine: the fakes of the test suite (with latency and
+limits set here) in this process, the bridge as a child process running
+``crm-bridge serve``, and the load generator (aiohttp) in this process::
+
+    python -m bench.throughput                      # the full table
+    python -m bench.throughput --activities 2000 --clients 200
+
+Figures printed beside their bounds: the rate limit times the batch size, and
+Little's law (clients / CRM latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from hubspot import HubSpot
+
+from adapters import hubspot_mapping
+from bench.bridge_process import API_KEY, BridgeProcess, free_port, write_config
+from bench.crm import HUBSPOT_TOKEN, FakeCrm, start_crm
+from bridge.models import ActivityRequest
+from tests.fakes.hubspot import FakeHubSpot
+
+
+@dataclass
+class Run:
+    """One load run's figures."""
+
+    name: str
+    activities: int
+    seconds: float
+    latencies: list[float]
+    client_errors: int
+    crm_429s: int = 0
+    drained_seconds: float | None = None
+    peak_rss_mb: float = 0.0
+    bounds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.activities / self.seconds
+
+
+def body(n: int, ids: dict[str, str], run: str) -> dict[str, Any]:
+    return {
+        "type": "LINKEDIN",
+        "subject": "[1/3] [FROM Acme Corp] John Smith",
+        "body": f"Hi Jane, message {n} of run {run}.",
+        "direction": "OUTBOUND",
+        "occurredAt": "2026-01-01T09:00:00Z",
+        "metadata": {"messageId": f"{run}-{n}"},
+        **ids,
+    }
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+# -- overhead ------------------------------------------------------------------
+
+
+def overhead(workdir: Path, count: int) -> tuple[list[float], list[float]]:
+    """Sequential latencies (ms): the SDK call alone, and through the bridge.
+
+    The two alternate, one of each per round, so that whatever else the machine
+    does weighs on both alike.
+    """
+    with start_crm("hubspot", workdir, dedupe=False, latency=0.02) as crm:
+        # Sequential calls at 20 ms run at 50/s, above any HubSpot limit; the
+        # fake enforces none here, so the bridge's pacing is lifted to match.
+        crm.sections["hubspot"]["requests_per_10s"] = 100_000
+        with _bridge(crm, workdir, "overhead") as bridge:
+            direct = _DirectSdk(crm)
+            through = _ThroughBridge(bridge.url, crm)
+            rounds = [(direct(n), through(n)) for n in range(count)]
+            through.close()
+    return [d for d, _ in rounds], [t for _, t in rounds]
+
+
+class _DirectSdk:
+    """The bridge's own SDK call for one activity, made from here: the same
+    request, the same raw answer read as JSON."""
+
+    def __init__(self, crm: FakeCrm) -> None:
+        client = HubSpot(access_token=HUBSPOT_TOKEN, host=crm.url, retry=False)
+        self._api = client.crm.objects.communications.basic_api
+        self._ids = crm.ids
+
+    def __call__(self, n: int) -> float:
+        request = ActivityRequest.model_validate(body(n, self._ids, "direct"))
+        create = hubspot_mapping.create_input(request.normalise(datetime.now(UTC)))
+        started = time.perf_counter()
+        answer = self._api.create(
+            simple_public_object_input_for_create=create,
+            _request_timeout=(5, 30),
+            _preload_content=False,
+        )
+        json.loads(answer.data)
+        answer.release_conn()
+        return (time.perf_counter() - started) * 1000
+
+
+class _ThroughBridge:
+    """One activity posted to the bridge over a kept-alive connection."""
+
+    def __init__(self, url: str, crm: FakeCrm) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self._connection = http.client.HTTPConnection(host, int(port))
+        self._headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+        self._ids = crm.ids
+
+    def __call__(self, n: int) -> float:
+        payload = json.dumps(body(n, self._ids, "bridge"))
+        started = time.perf_counter()
+        self._connection.request("POST", "/activities", payload, self._headers)
+        answer = self._connection.getresponse()
+        answer.read()
+        elapsed = (time.perf_counter() - started) * 1000
+        if answer.status != 201:
+            raise RuntimeError(f"the bridge answered {answer.status}")
+        return elapsed
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+# -- throughput ----------------------------------------------------------------
+
+
+async def _load(
+    url: str, bodies: list[dict[str, Any]], clients: int
+) -> tuple[list[float], int, float]:
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for item in bodies:
+        queue.put_nowait(item)
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=120)
+    headers = {"X-API-Key": API_KEY}
+
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers
+    ) as session:
+
+        async def client() -> None:
+            nonlocal errors
+            while not queue.empty():
+                item = queue.get_nowait()
+                started = time.perf_counter()
+                try:
+                    async with session.post(f"{url}/activities", json=item) as answer:
+                        await answer.read()
+                        ok = answer.status in (200, 201, 202)
+                except aiohttp.ClientError:
+                    ok = False
+                latencies.append((time.perf_counter() - started) * 1000)
+                errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+    return latencies, errors, time.perf_counter() - started
+
+
+@contextmanager
+def _bridge(
+    crm: FakeCrm, workdir: Path, name: str, **crm_settings: Any
+) -> Iterator[BridgeProcess]:
+    port = free_port()
+    directory = workdir / name
+    directory.mkdir()
+    sections = {
+        "server": {"port": port, "access_log": False},
+        "crm": {"backend": crm.backend, **crm_settings},
+        **crm.sections,
+    }
+    config = write_config(directory, sections)
+    bridge = BridgeProcess(config, port, crm.environ, directory / "bridge.log")
+    bridge.start()
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+
+
+class _PeakRss:
+    """Samples a process's resident memory until stopped."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self.peak = max(self.peak, self._process.memory_info().rss)
+            except psutil.Error:
+                return
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak / 1_048_576
+
+
+def throughput(
+    workdir: Path,
+    backend: str,
+    activities: int,
+    clients: int,
+    accept: bool = False,
+) -> Run:
+    """One load run against a fake with the issue's latency and limits."""
+    latency = 0.1 if backend == "hubspot" else 0.2
+    limits: dict[str, Any] = (
+        {"requests_per_10s": 100} if backend == "hubspot" else {"max_concurrency": 25}
+    )
+    mode = "accept" if accept else "fail"
+    name = f"{backend}-{mode}"
+    with start_crm(backend, workdir, latency=latency, **limits) as crm:
+        settings = {"when_unavailable": mode, "deadline_seconds": 30}
+        with _bridge(crm, workdir, name, **settings) as bridge:
+            assert bridge.pid is not None
+            rss = _PeakRss(bridge.pid)
+            bodies = [body(n, crm.ids, name) for n in range(activities)]
+            latencies, errors, seconds = asyncio.run(_load(bridge.url, bodies, clients))
+            drained = _wait_drained(crm, activities, seconds) if accept else None
+            peak = rss.stop()
+        run = Run(name, activities, seconds, latencies, errors)
+        run.drained_seconds = drained
+        run.peak_rss_mb = peak
+        if isinstance(crm.fake, FakeHubSpot):
+            run.crm_429s = crm.fake.rate_limited
+        run.bounds = _bounds(backend, clients, latency)
+    return run
+
+
+def _wait_drained(crm: FakeCrm, activities: int, loaded: float) -> float:
+    started = time.perf_counter() - loaded
+    while len(crm.written()) < activities:
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
+def _bounds(backend: str, clients: int, latency: float) -> dict[str, float]:
+    if backend == "hubspot":
+        rate_limit = 100 / 10 * 100
+    else:
+        rate_limit = 25 / latency * 200
+    return {"limit": rate_limit, "little": clients / latency}
+
+
+# -- report --------------------------------------------------------------------
+
+
+def report(
+    direct: list[float], through: list[float], runs: list[Run]
+) -> Iterator[str]:
+    direct_median = statistics.median(direct)
+    through_median = statistics.median(through)
+    yield "Overhead: one activity, sequential, fake HubSpot with 20 ms latency"
+    yield f"  {'':22}{'median ms':>10}{'p99 ms':>10}"
+    yield f"  {'SDK call alone':22}{direct_median:>10.2f}{percentile(direct, 0.99):>10.2f}"
+    yield f"  {'through the bridge':22}{through_median:>10.2f}{percentile(through, 0.99):>10.2f}"
+    yield (
+        f"  overhead {through_median - direct_median:.2f} ms median, "
+        f"ratio {through_median / direct_median:.3f}"
+    )
+    yield ""
+    head = (
+        f"  {'run':18}{'act/s':>9}{'bound: limit':>14}{'bound: Little':>15}"
+        f"{'429s':>6}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'drained/s':>11}{'RSS MB':>8}"
+    )
+    yield "Throughput"
+    yield head
+    for run in runs:
+        drained = (
+            f"{run.activities / run.drained_seconds:>11.0f}"
+            if run.drained_seconds
+            else f"{'-':>11}"
+        )
+        yield (
+            f"  {run.name:18}{run.rate:>9.0f}{run.bounds['limit']:>14.0f}"
+            f"{run.bounds['little']:>15.0f}{run.crm_429s:>6}{run.client_errors:>8}"
+            f"{percentile(run.latencies, 0.5):>9.0f}{percentile(run.latencies, 0.99):>9.0f}"
+            f"{drained}{run.peak_rss_mb:>8.0f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--activities", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--overhead-count", type=int, default=300)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="crm-bridge-bench-") as name:
+        workdir = Path(name)
+        direct, through = overhead(workdir, args.overhead_count)
+        steps: list[Callable[[], Run]] = [
+            lambda: throughput(workdir, "hubspot", args.activities, args.clients),
+            lambda: throughput(workdir, "salesforce", args.activities, args.clients),
+            lambda: throughput(
+                workdir, "hubspot", args.activities, args.clients, accept=True
+            ),
+            lambda: throughput(
+                workdir, "salesforce", args.activities, args.clients, accept=True
+            ),
+        ]
+        runs = [step() for step in steps]
+    for line in report(direct, through, runs):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
