@@ -50,6 +50,8 @@ SDK_ERRORS: tuple[type[Exception], ...] = (
 _API_ERRORS = (emails_errors.ApiException, communications_errors.ApiException)
 
 _TEN_SECONDS = 10.0
+#: HubSpot's largest search page.
+SEARCH_PAGE = 200
 
 
 class HubSpotAdapter(Adapter):
@@ -158,37 +160,54 @@ class HubSpotAdapter(Adapter):
         """Look activities up by the dedupe property the bridge fills."""
         if not self._dedupe:
             return {}
-        request = {
+        return self._search_keys(lane, [a.key_hash for a in activities])
+
+    def _search_keys(self, lane: str, key_hashes: list[str]) -> dict[str, str]:
+        """Objects whose dedupe property holds one of ``key_hashes``, every page
+        of them (an earlier duplicate can make more objects than keys)."""
+        request: dict[str, Any] = {
             "filterGroups": [
                 {
                     "filters": [
                         {
                             "propertyName": self._dedupe,
                             "operator": "IN",
-                            "values": [a.key_hash for a in activities],
+                            "values": key_hashes,
                         }
                     ]
                 }
             ],
             "properties": [self._dedupe],
-            "limit": 100,
+            "limit": SEARCH_PAGE,
         }
-        page, _ = self._call(
-            "search", self._search[lane].do_search, public_object_search_request=request
-        )
-        return {
-            str((found.get("properties") or {}).get(self._dedupe)): str(found["id"])
-            for found in page.get("results") or []
-        }
+        found: dict[str, str] = {}
+        while True:
+            page, _ = self._call(
+                "search",
+                self._search[lane].do_search,
+                public_object_search_request=request,
+            )
+            for result in page.get("results") or []:
+                key_hash = (result.get("properties") or {}).get(self._dedupe)
+                found.setdefault(str(key_hash), str(result["id"]))
+            after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not after:
+                return found
+            request["after"] = after
 
     def probe(self) -> None:
-        """Read one e-mail: proves the token and the e-mail scope."""
+        """Read one e-mail (the token and its scope), and search by the dedupe
+        property when one is set (it exists on both objects)."""
         try:
             self._basic[mapping.EMAILS].get_page(
                 limit=1, _request_timeout=self._timeouts
             )
         except Exception as error:
             raise self.translate(error, "read") from None
+        if not self._dedupe:
+            return
+        for lane in self._search:
+            self._search_keys(lane, ["0" * 64])
 
     def close(self) -> None:
         for api in self._basic.values():

@@ -17,12 +17,14 @@ import argparse
 import asyncio
 import http.client
 import json
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -182,6 +184,22 @@ async def _load(
     return latencies, errors, time.perf_counter() - started
 
 
+def _run_load(
+    url: str, bodies: list[dict[str, Any]], clients: int
+) -> tuple[list[float], int, float]:
+    return asyncio.run(_load(url, bodies, clients))
+
+
+def _load_elsewhere(
+    url: str, bodies: list[dict[str, Any]], clients: int
+) -> tuple[list[float], int, float]:
+    """The load from a process of its own, so that the clients and the fake CRM
+    (served from this one) do not share an interpreter lock."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(_run_load, url, bodies, clients).result()
+
+
 @contextmanager
 def _bridge(
     crm: FakeCrm, workdir: Path, name: str, **crm_settings: Any
@@ -246,7 +264,7 @@ def throughput(
             assert bridge.pid is not None
             rss = _PeakRss(bridge.pid)
             bodies = [body(n, crm.ids, name) for n in range(activities)]
-            latencies, errors, seconds = asyncio.run(_load(bridge.url, bodies, clients))
+            latencies, errors, seconds = _load_elsewhere(bridge.url, bodies, clients)
             drained = _wait_drained(crm, activities, seconds) if accept else None
             peak = rss.stop()
         run = Run(name, activities, seconds, latencies, errors)
@@ -266,47 +284,42 @@ def _wait_drained(crm: FakeCrm, activities: int, loaded: float) -> float:
 
 
 def _bounds(backend: str, clients: int, latency: float) -> dict[str, float]:
-    if backend == "hubspot":
-        rate_limit = 100 / 10 * 100
-    else:
-        rate_limit = 25 / latency * 200
-    return {"limit": rate_limit, "little": clients / latency}
+    # Requests per second the CRM allows, times the activities one carries.
+    per_second = 100 / 10 if backend == "hubspot" else 25 / latency
+    batch = 100 if backend == "hubspot" else 200
+    return {"limit": per_second * batch, "little": clients / latency}
 
 
 # -- report --------------------------------------------------------------------
 
 
-def report(
-    direct: list[float], through: list[float], runs: list[Run]
-) -> Iterator[str]:
+def report(direct: list[float], through: list[float], runs: list[Run]) -> Iterator[str]:
     direct_median = statistics.median(direct)
     through_median = statistics.median(through)
     yield "Overhead: one activity, sequential, fake HubSpot with 20 ms latency"
     yield f"  {'':22}{'median ms':>10}{'p99 ms':>10}"
-    yield f"  {'SDK call alone':22}{direct_median:>10.2f}{percentile(direct, 0.99):>10.2f}"
-    yield f"  {'through the bridge':22}{through_median:>10.2f}{percentile(through, 0.99):>10.2f}"
+    for name, values in (("SDK call alone", direct), ("through the bridge", through)):
+        median, p99 = statistics.median(values), percentile(values, 0.99)
+        yield f"  {name:22}{median:>10.2f}{p99:>10.2f}"
     yield (
         f"  overhead {through_median - direct_median:.2f} ms median, "
         f"ratio {through_median / direct_median:.3f}"
     )
     yield ""
-    head = (
-        f"  {'run':18}{'act/s':>9}{'bound: limit':>14}{'bound: Little':>15}"
-        f"{'429s':>6}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'drained/s':>11}{'RSS MB':>8}"
-    )
     yield "Throughput"
-    yield head
+    yield (
+        f"  {'run':18}{'act/s':>9}{'bound: limit':>14}{'bound: Little':>15}"
+        f"{'429s':>6}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'drained/s':>11}"
+        f"{'RSS MB':>8}"
+    )
     for run in runs:
-        drained = (
-            f"{run.activities / run.drained_seconds:>11.0f}"
-            if run.drained_seconds
-            else f"{'-':>11}"
-        )
+        drained = run.activities / run.drained_seconds if run.drained_seconds else 0
         yield (
             f"  {run.name:18}{run.rate:>9.0f}{run.bounds['limit']:>14.0f}"
             f"{run.bounds['little']:>15.0f}{run.crm_429s:>6}{run.client_errors:>8}"
-            f"{percentile(run.latencies, 0.5):>9.0f}{percentile(run.latencies, 0.99):>9.0f}"
-            f"{drained}{run.peak_rss_mb:>8.0f}"
+            f"{percentile(run.latencies, 0.5):>9.0f}"
+            f"{percentile(run.latencies, 0.99):>9.0f}"
+            f"{f'{drained:.0f}' if drained else '-':>11}{run.peak_rss_mb:>8.0f}"
         )
 
 

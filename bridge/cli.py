@@ -89,6 +89,8 @@ def serve(settings: config.Settings, args: argparse.Namespace) -> int:
             port=settings.server.port,
             log_config=None,
             access_log=settings.server.access_log,
+            # Enginy calls directly; no proxy headers to trust.
+            proxy_headers=False,
             timeout_graceful_shutdown=int(settings.server.shutdown_grace_seconds),
         )
     )

@@ -285,17 +285,32 @@ class Delivery:
     async def _find(
         self, lane: str, activities: Sequence[Activity]
     ) -> dict[str, str | CrmError]:
+        """Look in-doubt activities up; those found are recorded as delivered.
+
+        When the lookup fails, none of them is sent blindly: each gets the
+        lookup's error, as a passing one, and its cycle tries again later.
+        """
         await self.throttle.pace()
         try:
             found = await self._in_thread(self.adapter.find, lane, activities)
         except CrmError as error:
             self.throttle.penalize(error)
             log.warning("%s: lookup before resend failed: %s", lane, error.reason)
-            return {}
-        if found:
-            log.info(
-                "%s: %d in-doubt activities found already written", lane, len(found)
+            failed = CrmUnavailable(
+                "The lookup before a resend failed.",
+                backend=error.backend,
+                operation=error.operation,
+                status=error.status,
+                code=error.code,
+                retry_after=error.retry_after,
             )
+            return dict.fromkeys((a.key_hash for a in activities), failed)
+        if not found:
+            return {}
+        log.info("%s: %d in-doubt activities found already written", lane, len(found))
+        pairs = [(a.key, found[a.key_hash]) for a in activities if a.key_hash in found]
+        now = time.time()
+        await self.journal.run(lambda store: store.record(pairs, [], now))
         return dict(found)
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:

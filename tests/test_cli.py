@@ -17,6 +17,7 @@ from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.server import Faults
 
 NOW = 1_000_000.0
+REJECTED = "hubspot create 400 INVALID_OWNER_ID"
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def fill_journal(path: Path) -> None:
             )
             store.claim(activity, NOW, 86_400, 30)
             if state == "dead":
-                store.mark_dead(activity.key, "hubspot create 400 INVALID_OWNER_ID", NOW)
+                store.mark_dead(activity.key, REJECTED, NOW)
             if state == "delivered":
                 store.record([(activity.key, "crm-9")], [], NOW)
     store.close()
@@ -54,9 +55,7 @@ def test_status_reports_counts_age_and_dead_letters(
     assert status == 0
     assert report["counts"] == {"pending": 1, "sending": 0, "delivered": 1, "dead": 2}
     assert report["oldest_pending_seconds"] > 0
-    assert [d["reason"] for d in report["recent_dead_letters"]] == [
-        "hubspot create 400 INVALID_OWNER_ID"
-    ] * 2
+    assert [d["reason"] for d in report["recent_dead_letters"]] == [REJECTED] * 2
 
 
 def test_replay_dead_makes_them_pending_again(

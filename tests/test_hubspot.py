@@ -333,3 +333,20 @@ def test_activity_older_than_max_age_becomes_a_dead_letter_until_resent(
     )
     assert resent.status_code == 201
     assert len(fake.created("communications")) == 1
+
+
+def test_failed_lookup_is_retried_not_answered_by_a_blind_resend(
+    bridge: HubSpotBridge, hubspot: tuple[FakeHubSpot, Faults, str]
+) -> None:
+    fake, faults, _ = hubspot
+    client, settings = bridge(hubspot={"dedupe_property": DEDUPE_PROPERTY})
+    faults.script.extend(["lost", "lost"])
+
+    response = client.post("/activities", json=example_activity(**IDS))
+
+    [created] = fake.created("communications")
+    entry = journal_entry(settings, EXAMPLE_KEY)
+    assert response.status_code == 201
+    assert response.json()["id"] == created["id"]
+    assert fake.calls["POST /crm/v3/objects/communications/search"] == 2
+    assert (entry.state, entry.crm_id) == ("delivered", created["id"])

@@ -28,3 +28,12 @@ def test_hubspot_soak_without_dedupe_counts_every_duplicate(tmp_path: Path) -> N
     assert report.passed, report.table()
     assert report.lost == 0
     assert report.duplicated <= report.in_doubt_resends
+
+
+def test_hubspot_soak_with_dedupe_property_duplicates_nothing(tmp_path: Path) -> None:
+    options = SoakOptions(backend="hubspot", activities=150, clients=20, kills=3)
+
+    report = run_soak(options, tmp_path)
+
+    assert report.passed, report.table()
+    assert (report.lost, report.duplicated, report.wrong_ids) == (0, 0, 0)
