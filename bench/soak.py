@@ -32,7 +32,7 @@ import httpx2 as httpx
 
 from bench.bridge_process import API_KEY, BridgeProcess, free_port, write_config
 from bench.crm import FakeCrm, start_crm
-from bridge.journal import Store
+from bridge.store import Store
 
 CANARY = "the heron flies at midnight"
 RATES = {"throttle": 0.10, "error": 0.10, "drop": 0.025, "lost": 0.025, "stall": 0.02}

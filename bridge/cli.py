@@ -25,7 +25,7 @@ import uvicorn
 
 from bridge import config
 from bridge.errors import ConfigError, CrmError
-from bridge.journal import Store
+from bridge.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -7,16 +7,12 @@ time; every request for that key awaits the same cycle. A cycle that ends
 undelivered leaves its row pending with a later ``next_attempt_at``, for the
 outbox worker to start another; a rejected activity becomes a dead letter.
 
-A *lane* gathers activities bound for one CRM object. Whenever the throttle
-grants a slot, everything queued in the lane (up to the adapter's batch size)
-leaves in one call, so batches form by themselves while the rate limit holds work
-back, and a lone activity at low load leaves at once.
+Cycles submit to lanes (``bridge.lanes``), which batch what is queued.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import random
 import time
@@ -34,21 +30,14 @@ from tenacity import (
 
 from adapters.base import Adapter, Sent
 from bridge.errors import CrmError, CrmInDoubt, CrmRejected, CrmUnavailable
-from bridge.journal import Journal, Store
+from bridge.journal import Journal
+from bridge.lanes import Item, Lane
 from bridge.models import Activity
+from bridge.store import Store
 from bridge.throttle import Throttle
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass
-class _Item:
-    activity: Activity
-    in_doubt: bool
-    future: asyncio.Future[str]
-    #: The journal already marks this call as leaving (set when it was claimed).
-    marked: bool = False
 
 
 @dataclass
@@ -71,78 +60,6 @@ class _Cycle:
     marked: bool = False
     started: float = field(default_factory=time.monotonic)
     tries: int = 0
-
-
-class Lane:
-    """Activities bound for one CRM object, sent together when a slot frees."""
-
-    def __init__(self, name: str, delivery: Delivery) -> None:
-        self.name = name
-        self._delivery = delivery
-        self._queue: collections.deque[_Item] = collections.deque()
-        self._ready = asyncio.Event()
-        self._sends: set[asyncio.Task[None]] = set()
-        self._task = asyncio.create_task(self._run(), name=f"lane-{name}")
-
-    def submit(
-        self, activity: Activity, in_doubt: bool, marked: bool = False
-    ) -> asyncio.Future[str]:
-        future = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(activity, in_doubt, future, marked))
-        self._ready.set()
-        return future
-
-    async def close(self, grace: float) -> None:
-        self._task.cancel()
-        if self._sends:
-            await asyncio.wait(self._sends, timeout=grace)
-
-    async def _run(self) -> None:
-        throttle = self._delivery.throttle
-        while True:
-            await self._ready.wait()
-            await throttle.acquire()
-            batch = self._take()
-            if not batch:
-                throttle.release()
-                continue
-            send = asyncio.create_task(self._send(batch))
-            self._sends.add(send)
-            send.add_done_callback(self._sends.discard)
-
-    def _take(self) -> list[_Item]:
-        batch: list[_Item] = []
-        limit = self._delivery.adapter.batch_size
-        while self._queue and len(batch) < limit:
-            item = self._queue.popleft()
-            if not item.future.done():
-                batch.append(item)
-        if not self._queue:
-            self._ready.clear()
-        return batch
-
-    async def _send(self, batch: list[_Item]) -> None:
-        delivery = self._delivery
-        try:
-            results = await delivery.send(self.name, batch)
-        except asyncio.CancelledError:
-            for item in batch:
-                item.future.cancel()
-            raise
-        except Exception as error:
-            # The journal failed (adapter errors come back as results): the
-            # call may not even have left. Each cycle retries its own item.
-            log.error("%s: delivery failed (%s)", self.name, type(error).__name__)
-            failed = CrmUnavailable(
-                "The delivery could not be recorded.",
-                backend=delivery.adapter.name,
-                operation="journal",
-                code=type(error).__name__,
-            )
-            results = [failed] * len(batch)
-        finally:
-            delivery.throttle.release()
-        _settle(batch, results)
 
 
 class Delivery:
@@ -206,7 +123,7 @@ class Delivery:
             task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def send(self, lane: str, batch: Sequence[_Item]) -> list[str | CrmError]:
+    async def send(self, lane: str, batch: Sequence[Item]) -> list[str | CrmError]:
         """One call for ``batch``: journal first, CRM next, journal again.
 
         Items an earlier call may have written are looked up first when the
@@ -228,12 +145,13 @@ class Delivery:
         return [results[item.activity.key_hash] for item in batch]
 
     def _send_recorded(
-        self, lane: str, items: Sequence[_Item]
+        self, lane: str, items: Sequence[Item]
     ) -> tuple[Sent, CrmError | None]:
         """On a worker thread: record the call leaving, make it, record the ids.
 
-        The journal writes happen on the journal thread; this thread waits for
-        their commit, so nothing leaves before it is recorded as leaving.
+        All three happen on this thread, one after the other: nothing leaves
+        before it is committed as leaving, and the answer is committed as soon
+        as it arrives.
         """
         activities = [item.activity for item in items]
         keys = [item.activity.key for item in items if not item.marked]
@@ -262,7 +180,18 @@ class Delivery:
             )
             sent = Sent([failure] * len(activities))
 
-        self._record(activities, sent.results)
+        try:
+            self._record(activities, sent.results)
+        except Exception as error:
+            # The CRM may hold what the journal could not record.
+            log.error("%s: answer not recorded (%s)", lane, type(error).__name__)
+            lost = CrmInDoubt(
+                "The answer could not be recorded.",
+                backend=self.adapter.name,
+                operation="journal",
+                code=type(error).__name__,
+            )
+            sent = Sent([lost] * len(activities), sent.limits)
         return sent, failure
 
     def _record(
@@ -462,16 +391,6 @@ def _succeed(future: asyncio.Future[T], result: T) -> None:
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
     if not future.cancelled():
         future.set_exception(error)
-
-
-def _settle(batch: Sequence[_Item], results: Sequence[str | BaseException]) -> None:
-    for item, result in zip(batch, results, strict=True):
-        if item.future.done():
-            continue
-        if isinstance(result, str):
-            item.future.set_result(result)
-        else:
-            item.future.set_exception(result)
 
 
 def _log_retry(state: RetryCallState) -> None:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from adapters.base import Adapter
 from bridge.config import Settings
 from bridge.delivery import Delivery, Timing
-from bridge.journal import Journal, Store
+from bridge.journal import Journal
 from bridge.outbox import Outbox
+from bridge.store import Store
 from bridge.throttle import HubSpotThrottle, SalesforceThrottle, Throttle
 
 log = logging.getLogger(__name__)

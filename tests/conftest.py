@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from adapters.base import Adapter
 from bridge import config
 from bridge.app import create_app
-from bridge.journal import Entry, Store
+from bridge.store import Entry, Store
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.server import Faults, serve
 

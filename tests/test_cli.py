@@ -10,8 +10,8 @@ import pytest
 import tomli_w
 
 from bridge import cli
-from bridge.journal import Store
 from bridge.models import ActivityRequest
+from bridge.store import Store
 from tests.conftest import API_KEY, HUBSPOT_TOKEN, example_activity
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.server import Faults

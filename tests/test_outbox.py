@@ -9,9 +9,10 @@ from pathlib import Path
 
 from adapters.local import LocalAdapter
 from bridge.delivery import Delivery, Timing
-from bridge.journal import Journal, Store
+from bridge.journal import Journal
 from bridge.models import ActivityRequest
 from bridge.outbox import Outbox
+from bridge.store import Store
 from bridge.throttle import Throttle
 from tests.conftest import example_activity
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.journal import Journal, Store
+from bridge.journal import Journal
 from bridge.models import Activity, ActivityRequest
+from bridge.store import Store
 from tests.conftest import example_activity
 
 NOW = 1_000_000.0
