@@ -88,9 +88,6 @@ class Delivery:
         """How many more cycles may start."""
         return max(0, self._max_in_memory - len(self._cycles))
 
-    def running(self, key: str) -> bool:
-        return key in self._cycles
-
     def start(
         self,
         activity: Activity,
