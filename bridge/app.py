@@ -44,8 +44,9 @@ from bridge.errors import (
     PayloadTooLarge,
     RequestError,
 )
-from bridge.models import ActivityRequest
+from bridge.models import Activity, ActivityRequest
 from bridge.runtime import Runtime
+from bridge.store import Claim
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,7 @@ async def post_activity(request: Request) -> Response:
             f"Ids that {runtime.adapter.name} cannot hold: {names}.", problems
         )
 
-    now, max_age = time.time(), settings.outbox.max_age.total_seconds()
-    lease = runtime.delivery.timing.lease
-    claim = await runtime.journal.run(
-        lambda store: store.claim(activity, now, max_age, lease, sending=True)
-    )
+    claim = await _claim(runtime, activity)
     entry = claim.entry
     if entry.state == "delivered":
         return JSONResponse({**entry.answer, "id": entry.crm_id}, status_code=200)
@@ -156,6 +153,23 @@ async def post_activity(request: Request) -> Response:
         return _unavailable("The bridge is busy; the activity is kept.")
 
     remaining = settings.crm.deadline_seconds - (time.monotonic() - started)
+    return await _outcome(cycle, entry.answer, remaining)
+
+
+async def _claim(runtime: Runtime, activity: Activity) -> Claim:
+    """Commit the activity (new rows as already leaving) or find its row."""
+    now = time.time()
+    max_age = runtime.settings.outbox.max_age.total_seconds()
+    lease = runtime.delivery.timing.lease
+    return await runtime.journal.run(
+        lambda store: store.claim(activity, now, max_age, lease, sending=True)
+    )
+
+
+async def _outcome(
+    cycle: asyncio.Task[str], answer: dict[str, Any], remaining: float
+) -> Response:
+    """Wait for the cycle within the deadline and answer what it came to."""
     # wait() leaves the cycle running past the deadline: it goes on delivering.
     await asyncio.wait({cycle}, timeout=max(remaining, 0.001))
     if not cycle.done() or cycle.cancelled():
@@ -166,7 +180,7 @@ async def post_activity(request: Request) -> Response:
         return _rejected(error)
     except CrmError as error:
         return _unavailable("The CRM is unavailable; the activity is kept.", error)
-    return JSONResponse({**entry.answer, "id": crm_id}, status_code=201)
+    return JSONResponse({**answer, "id": crm_id}, status_code=201)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -169,12 +169,7 @@ class Delivery:
             # Adapters translate every vendor error; this is a defect, and the
             # request may have left.
             log.error("%s: unexpected %s from the adapter", lane, type(error).__name__)
-            failure = CrmInDoubt(
-                "The adapter failed unexpectedly.",
-                backend=self.adapter.name,
-                operation="send",
-                code=type(error).__name__,
-            )
+            failure = self._lost("send", error)
             sent = Sent([failure] * len(activities))
 
         try:
@@ -182,14 +177,18 @@ class Delivery:
         except Exception as error:
             # The CRM may hold what the journal could not record.
             log.error("%s: answer not recorded (%s)", lane, type(error).__name__)
-            lost = CrmInDoubt(
-                "The answer could not be recorded.",
-                backend=self.adapter.name,
-                operation="journal",
-                code=type(error).__name__,
-            )
+            lost = self._lost("journal", error)
             sent = Sent([lost] * len(activities), sent.limits)
         return sent, failure
+
+    def _lost(self, operation: str, error: Exception) -> CrmInDoubt:
+        """A call that may have left, whose outcome the bridge does not hold."""
+        return CrmInDoubt(
+            "The outcome of the call is unknown.",
+            backend=self.adapter.name,
+            operation=operation,
+            code=type(error).__name__,
+        )
 
     def _record(
         self, activities: Sequence[Activity], results: Sequence[str | CrmError]
