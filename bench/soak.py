@@ -197,6 +197,8 @@ def run_soak(options: SoakOptions, workdir: Path) -> SoakReport:
     started = time.monotonic()
     with start_crm(options.backend, workdir, dedupe=options.dedupe) as crm:
         crm.faults.rates.update(RATES)
+        # Each kind once for sure, however few calls batching leaves to draw on.
+        crm.faults.script.extend(RATES)
         crm.faults.stall_seconds = options.read_timeout + 0.5
         bridge = _bridge(options, crm, workdir)
         bridge.start()

@@ -81,8 +81,22 @@ def percentile(values: list[float], share: float) -> float:
 # -- overhead ------------------------------------------------------------------
 
 
-def overhead(workdir: Path, count: int) -> tuple[list[float], list[float]]:
-    """Sequential latencies (ms): the SDK call alone, and through the bridge.
+#: Rounds run before measuring: the first calls load code lazily.
+WARM_UP = 10
+
+
+@dataclass
+class Overhead:
+    """Sequential latencies (ms) of the SDK call alone and through the bridge,
+    and the bridge's CPU time per activity (ms), its own SDK call included."""
+
+    direct: list[float]
+    through: list[float]
+    bridge_cpu_ms: float
+
+
+def overhead(workdir: Path, count: int) -> Overhead:
+    """One activity at a time, directly and through the bridge.
 
     The two alternate, one of each per round, so that whatever else the machine
     does weighs on both alike.
@@ -94,9 +108,15 @@ def overhead(workdir: Path, count: int) -> tuple[list[float], list[float]]:
         with _bridge(crm, workdir, "overhead") as bridge:
             direct = _DirectSdk(crm)
             through = _ThroughBridge(bridge.url, crm)
+            for n in range(WARM_UP):
+                direct(-1 - n), through(-1 - n)
+            process = psutil.Process(bridge.pid)
+            before = process.cpu_times()
             rounds = [(direct(n), through(n)) for n in range(count)]
+            after = process.cpu_times()
             through.close()
-    return [d for d, _ in rounds], [t for _, t in rounds]
+    cpu = (after.user + after.system) - (before.user + before.system)
+    return Overhead([d for d, _ in rounds], [t for _, t in rounds], cpu * 1000 / count)
 
 
 class _DirectSdk:
@@ -293,7 +313,8 @@ def _bounds(backend: str, clients: int, latency: float) -> dict[str, float]:
 # -- report --------------------------------------------------------------------
 
 
-def report(direct: list[float], through: list[float], runs: list[Run]) -> Iterator[str]:
+def report(sequential: Overhead, runs: list[Run]) -> Iterator[str]:
+    direct, through = sequential.direct, sequential.through
     direct_median = statistics.median(direct)
     through_median = statistics.median(through)
     yield "Overhead: one activity, sequential, fake HubSpot with 20 ms latency"
@@ -304,6 +325,10 @@ def report(direct: list[float], through: list[float], runs: list[Run]) -> Iterat
     yield (
         f"  overhead {through_median - direct_median:.2f} ms median, "
         f"ratio {through_median / direct_median:.3f}"
+    )
+    yield (
+        f"  bridge CPU {sequential.bridge_cpu_ms:.2f} ms per activity, "
+        "its SDK call included"
     )
     yield ""
     yield "Throughput"
@@ -331,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="crm-bridge-bench-") as name:
         workdir = Path(name)
-        direct, through = overhead(workdir, args.overhead_count)
+        sequential = overhead(workdir, args.overhead_count)
         steps: list[Callable[[], Run]] = [
             lambda: throughput(workdir, "hubspot", args.activities, args.clients),
             lambda: throughput(workdir, "salesforce", args.activities, args.clients),
@@ -343,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         ]
         runs = [step() for step in steps]
-    for line in report(direct, through, runs):
+    for line in report(sequential, runs):
         print(line)
     return 0
 
