@@ -6,6 +6,7 @@ limits set here) in this process, the bridge as a child process running
 
     python -m bench.throughput                      # the full table
     python -m bench.throughput --activities 2000 --clients 200
+    python -m bench.throughput --hubspot-requests-per-10s 190 --salesforce-latency-ms 50
 
 Figures printed beside their bounds: the rate limit times the batch size, and
 Little's law (clients / CRM latency).
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -95,15 +96,15 @@ class Overhead:
     bridge_cpu_ms: float
 
 
-def overhead(workdir: Path, count: int) -> Overhead:
+def overhead(workdir: Path, count: int, latency: float) -> Overhead:
     """One activity at a time, directly and through the bridge.
 
     The two alternate, one of each per round, so that whatever else the machine
     does weighs on both alike.
     """
-    with start_crm("hubspot", workdir, dedupe=False, latency=0.02) as crm:
-        # Sequential calls at 20 ms run at 50/s, above any HubSpot limit; the
-        # fake enforces none here, so the bridge's pacing is lifted to match.
+    with start_crm("hubspot", workdir, dedupe=False, latency=latency) as crm:
+        # Sequential calls run at up to 1/latency per second, above a HubSpot
+        # limit; the fake enforces none here, so the bridge's pacing is lifted.
         crm.sections["hubspot"]["requests_per_10s"] = 100_000
         with _bridge(crm, workdir, "overhead") as bridge:
             direct = _DirectSdk(crm)
@@ -264,21 +265,62 @@ class _PeakRss:
         return self.peak / 1_048_576
 
 
+@dataclass(frozen=True)
+class Fakes:
+    """The fake CRMs' latency (seconds) and limits; defaults are the issue's."""
+
+    overhead_latency: float = 0.02
+    hubspot_latency: float = 0.1
+    hubspot_requests_per_10s: int = 100
+    salesforce_latency: float = 0.2
+    salesforce_max_concurrency: int = 25
+
+    def latency(self, backend: str) -> float:
+        return self.hubspot_latency if backend == "hubspot" else self.salesforce_latency
+
+    def bounds(self, backend: str, clients: int) -> dict[str, float]:
+        """Requests per second the CRM allows times the activities one carries,
+        and Little's law."""
+        latency = self.latency(backend)
+        if backend == "hubspot":
+            limit = self.hubspot_requests_per_10s / 10 * HUBSPOT_BATCH
+        else:
+            limit = self.salesforce_max_concurrency / latency * SALESFORCE_BATCH
+        return {"limit": limit, "little": clients / latency}
+
+    def describe(self) -> str:
+        return (
+            f"fake HubSpot {self.hubspot_requests_per_10s} requests / 10 s, "
+            f"{self.hubspot_latency * 1000:.0f} ms; fake Salesforce at most "
+            f"{self.salesforce_max_concurrency} at once, "
+            f"{self.salesforce_latency * 1000:.0f} ms"
+        )
+
+
+#: The largest batches the CRMs take: HubSpot batch create, sObject Collections.
+HUBSPOT_BATCH = 100
+SALESFORCE_BATCH = 200
+
+
 def throughput(
     workdir: Path,
     backend: str,
     activities: int,
     clients: int,
+    fakes: Fakes,
     accept: bool = False,
 ) -> Run:
-    """One load run against a fake with the issue's latency and limits."""
-    latency = 0.1 if backend == "hubspot" else 0.2
-    limits: dict[str, Any] = (
-        {"requests_per_10s": 100} if backend == "hubspot" else {"max_concurrency": 25}
-    )
+    """One load run against a fake with the given latency and limits."""
     mode = "accept" if accept else "fail"
     name = f"{backend}-{mode}"
-    with start_crm(backend, workdir, latency=latency, **limits) as crm:
+    hubspot = backend == "hubspot"
+    with start_crm(
+        backend,
+        workdir,
+        latency=fakes.latency(backend),
+        requests_per_10s=fakes.hubspot_requests_per_10s if hubspot else None,
+        max_concurrency=None if hubspot else fakes.salesforce_max_concurrency,
+    ) as crm:
         settings = {"when_unavailable": mode, "deadline_seconds": 30}
         with _bridge(crm, workdir, name, **settings) as bridge:
             assert bridge.pid is not None
@@ -292,7 +334,7 @@ def throughput(
         run.peak_rss_mb = peak
         if isinstance(crm.fake, FakeHubSpot):
             run.crm_429s = crm.fake.rate_limited
-        run.bounds = _bounds(backend, clients, latency)
+        run.bounds = fakes.bounds(backend, clients)
     return run
 
 
@@ -303,21 +345,17 @@ def _wait_drained(crm: FakeCrm, activities: int, loaded: float) -> float:
     return time.perf_counter() - started
 
 
-def _bounds(backend: str, clients: int, latency: float) -> dict[str, float]:
-    # Requests per second the CRM allows, times the activities one carries.
-    per_second = 100 / 10 if backend == "hubspot" else 25 / latency
-    batch = 100 if backend == "hubspot" else 200
-    return {"limit": per_second * batch, "little": clients / latency}
-
-
 # -- report --------------------------------------------------------------------
 
 
-def report(sequential: Overhead, runs: list[Run]) -> Iterator[str]:
+def report(sequential: Overhead, runs: list[Run], fakes: Fakes) -> Iterator[str]:
     direct, through = sequential.direct, sequential.through
     direct_median = statistics.median(direct)
     through_median = statistics.median(through)
-    yield "Overhead: one activity, sequential, fake HubSpot with 20 ms latency"
+    yield (
+        "Overhead: one activity, sequential, fake HubSpot with "
+        f"{fakes.overhead_latency * 1000:.0f} ms latency"
+    )
     yield f"  {'':22}{'median ms':>10}{'p99 ms':>10}"
     for name, values in (("SDK call alone", direct), ("through the bridge", through)):
         median, p99 = statistics.median(values), percentile(values, 0.99)
@@ -331,7 +369,7 @@ def report(sequential: Overhead, runs: list[Run]) -> Iterator[str]:
         "its SDK call included"
     )
     yield ""
-    yield "Throughput"
+    yield f"Throughput: {fakes.describe()}"
     yield (
         f"  {'run':18}{'act/s':>9}{'bound: limit':>14}{'bound: Little':>15}"
         f"{'429s':>6}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'drained/s':>11}"
@@ -353,22 +391,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activities", type=int, default=5000)
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--overhead-count", type=int, default=300)
+    parser.add_argument("--overhead-latency-ms", type=float, default=20)
+    parser.add_argument("--hubspot-latency-ms", type=float, default=100)
+    parser.add_argument("--hubspot-requests-per-10s", type=int, default=100)
+    parser.add_argument("--salesforce-latency-ms", type=float, default=200)
+    parser.add_argument("--salesforce-max-concurrency", type=int, default=25)
     args = parser.parse_args(argv)
+    fakes = Fakes(
+        overhead_latency=args.overhead_latency_ms / 1000,
+        hubspot_latency=args.hubspot_latency_ms / 1000,
+        hubspot_requests_per_10s=args.hubspot_requests_per_10s,
+        salesforce_latency=args.salesforce_latency_ms / 1000,
+        salesforce_max_concurrency=args.salesforce_max_concurrency,
+    )
     with tempfile.TemporaryDirectory(prefix="crm-bridge-bench-") as name:
         workdir = Path(name)
-        sequential = overhead(workdir, args.overhead_count)
-        steps: list[Callable[[], Run]] = [
-            lambda: throughput(workdir, "hubspot", args.activities, args.clients),
-            lambda: throughput(workdir, "salesforce", args.activities, args.clients),
-            lambda: throughput(
-                workdir, "hubspot", args.activities, args.clients, accept=True
-            ),
-            lambda: throughput(
-                workdir, "salesforce", args.activities, args.clients, accept=True
-            ),
+        sequential = overhead(workdir, args.overhead_count, fakes.overhead_latency)
+        runs = [
+            throughput(workdir, backend, args.activities, args.clients, fakes, accept)
+            for accept in (False, True)
+            for backend in ("hubspot", "salesforce")
         ]
-        runs = [step() for step in steps]
-    for line in report(sequential, runs):
+    for line in report(sequential, runs, fakes):
         print(line)
     return 0
 

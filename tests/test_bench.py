@@ -18,9 +18,14 @@ RUNS = ("hubspot-fail", "salesforce-fail", "hubspot-accept", "salesforce-accept"
 
 def test_benchmark_prints_the_whole_table(capsys: pytest.CaptureFixture[str]) -> None:
     arguments = ["--activities", "150", "--clients", "15", "--overhead-count", "5"]
+    arguments += ["--hubspot-requests-per-10s", "150", "--salesforce-latency-ms", "100"]
+    arguments += ["--salesforce-max-concurrency", "20", "--overhead-latency-ms", "10"]
     assert throughput.main(arguments) == 0
     printed = capsys.readouterr().out
 
+    assert "fake HubSpot with 10 ms latency" in printed
+    assert "fake HubSpot 150 requests / 10 s, 100 ms" in printed
+    assert "fake Salesforce at most 20 at once, 100 ms" in printed
     assert re.search(r"overhead \d+\.\d\d ms median, ratio \d\.\d{3}", printed)
     assert re.search(r"bridge CPU \d+\.\d\d ms per activity", printed)
     rows = {
@@ -35,5 +40,6 @@ def test_benchmark_prints_the_whole_table(capsys: pytest.CaptureFixture[str]) ->
         assert int(row[4]) == 0, name
         assert (row[7] != "-") == name.endswith("accept"), name
         assert float(row[8]) > 0, name
-    assert rows["hubspot-fail"][1:3] == ["1000", "150"]
-    assert rows["salesforce-fail"][1:3] == ["25000", "75"]
+    # Bounds: requests per second times the batch size, and clients / latency.
+    assert rows["hubspot-fail"][1:3] == ["1500", "150"]
+    assert rows["salesforce-fail"][1:3] == ["40000", "150"]
