@@ -25,6 +25,7 @@ from hubspot import HubSpot
 
 import adapters.hubspot
 from bridge.app import create_app
+from bridge.config import Settings
 from tests.conftest import API_KEY, SettingsFactory, example_activity
 from tests.fakes.hubspot import FakeHubSpot
 from tests.fakes.server import Faults, serve
@@ -52,7 +53,8 @@ class _Loop:
 
 
 @contextmanager
-def bridge_on(loop: _Loop, settings: Any) -> Iterator[str]:
+def bridge_on(loop: _Loop, settings: Settings) -> Iterator[str]:
+    """The bridge served by uvicorn on ``loop``; yields its base URL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
